@@ -1,0 +1,500 @@
+//! The client for TikTok's v2 API and the wire types of its answers.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use serde::Deserialize;
+use serde_json::Value;
+use url::Url;
+
+use crate::apps::App;
+use crate::settings::TikTokSettings;
+
+/// What a token request asks TikTok for. Values are forwarded unchanged.
+#[derive(Debug, Clone, Copy)]
+pub enum Grant<'a> {
+    /// `grant_type=authorization_code`.
+    AuthorizationCode {
+        /// The code TikTok's authorize page issued; single-use.
+        code: &'a str,
+        /// The redirect URI used at authorize.
+        redirect_uri: &'a str,
+        /// The PKCE verifier, when the authorize leg used a challenge.
+        code_verifier: Option<&'a str>,
+    },
+    /// `grant_type=refresh_token`.
+    RefreshToken {
+        /// The refresh token TikTok issued.
+        refresh_token: &'a str,
+    },
+}
+
+impl Grant<'_> {
+    /// The `grant_type` value.
+    pub fn grant_type(&self) -> &'static str {
+        match self {
+            Grant::AuthorizationCode { .. } => "authorization_code",
+            Grant::RefreshToken { .. } => "refresh_token",
+        }
+    }
+
+    /// The values that must never appear in anything the proxy writes.
+    fn sensitive_values(&self) -> impl Iterator<Item = &str> {
+        let values = match *self {
+            Grant::AuthorizationCode {
+                code,
+                code_verifier,
+                ..
+            } => [Some(code), code_verifier],
+            Grant::RefreshToken { refresh_token } => [Some(refresh_token), None],
+        };
+        values.into_iter().flatten()
+    }
+}
+
+/// TikTok issued tokens.
+#[derive(Debug)]
+pub struct Tokens {
+    /// TikTok's token object, byte for byte as TikTok sent it.
+    pub body: Bytes,
+    /// TikTok's `log_id` for the call, from the `x-tt-logid` header.
+    pub log_id: Option<String>,
+}
+
+/// Why a call to TikTok did not yield tokens.
+#[derive(Debug, thiserror::Error)]
+pub enum TikTokError {
+    /// TikTok answered an OAuth error.
+    #[error("tiktok answered `{error}`: {description}")]
+    OAuth {
+        /// TikTok's error code, e.g. `invalid_grant`.
+        error: String,
+        /// TikTok's description, with any forwarded secret value removed.
+        description: String,
+        /// TikTok's `log_id`.
+        log_id: Option<String>,
+    },
+    /// TikTok rate-limited the call.
+    #[error("tiktok rate-limited the call")]
+    RateLimited {
+        /// Seconds to wait, from TikTok's `Retry-After` when it sent one.
+        retry_after_seconds: Option<u64>,
+        /// TikTok's `log_id`.
+        log_id: Option<String>,
+    },
+    /// TikTok answered, but not with a token object or an OAuth error.
+    #[error("tiktok answered something unusable: {reason}")]
+    BadAnswer {
+        /// What was wrong, without any of the answer's content.
+        reason: String,
+        /// TikTok's `log_id`, from its header.
+        log_id: Option<String>,
+    },
+    /// No answer arrived within the timeout.
+    #[error("tiktok did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection could not be made, or broke before an answer.
+    #[error("tiktok could not be reached: {0}")]
+    Unreachable(String),
+}
+
+impl TikTokError {
+    /// TikTok's `log_id` for the failed call, when it sent one.
+    pub fn log_id(&self) -> Option<&str> {
+        match self {
+            TikTokError::OAuth { log_id, .. }
+            | TikTokError::RateLimited { log_id, .. }
+            | TikTokError::BadAnswer { log_id, .. } => log_id.as_deref(),
+            TikTokError::Timeout(_) | TikTokError::Unreachable(_) => None,
+        }
+    }
+}
+
+/// The TikTok error code that means "too many requests", in whichever shape it arrives.
+const RATE_LIMIT_EXCEEDED: &str = "rate_limit_exceeded";
+
+/// Longest `error_description` or `log_id` passed on from TikTok.
+const MAX_PASSED_ON_CHARS: usize = 512;
+
+/// One pooled HTTPS client for TikTok, shared by every request.
+#[derive(Debug, Clone)]
+pub struct TikTokClient {
+    http: reqwest::Client,
+    token_url: Url,
+    timeout: Duration,
+    max_response_bytes: usize,
+}
+
+/// The client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the tiktok http client: {0}")]
+pub struct ClientBuildError(#[from] reqwest::Error);
+
+impl TikTokClient {
+    /// A client for the endpoints and limits in `settings`.
+    pub fn new(settings: &TikTokSettings) -> Result<Self, ClientBuildError> {
+        crate::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("tiktok-auth0-proxy/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_keepalive(Duration::from_secs(30))
+            .build()?;
+        Ok(Self {
+            http,
+            token_url: settings.token_url.clone(),
+            timeout: settings.timeout,
+            max_response_bytes: settings.max_response_bytes,
+        })
+    }
+
+    /// Asks TikTok's token endpoint for tokens on behalf of `app`.
+    ///
+    /// NB: the call is never retried. A code is single-use, and once the request's bytes may
+    /// have reached TikTok a second attempt could only fail, or worse, hide the first answer.
+    pub async fn exchange(&self, app: &App, grant: Grant<'_>) -> Result<Tokens, TikTokError> {
+        let mut form: Vec<(&str, &str)> = vec![
+            ("client_key", app.client_key()),
+            ("client_secret", app.tiktok_secret().expose()),
+            ("grant_type", grant.grant_type()),
+        ];
+        match grant {
+            Grant::AuthorizationCode {
+                code,
+                redirect_uri,
+                code_verifier,
+            } => {
+                form.push(("code", code));
+                form.push(("redirect_uri", redirect_uri));
+                if let Some(verifier) = code_verifier {
+                    form.push(("code_verifier", verifier));
+                }
+            }
+            Grant::RefreshToken { refresh_token } => form.push(("refresh_token", refresh_token)),
+        }
+
+        let response = self
+            .http
+            .post(self.token_url.clone())
+            .form(&form)
+            .send()
+            .await
+            .map_err(|error| self.transport_error(&error))?;
+
+        let status = response.status();
+        let headers = response.headers().clone();
+        let header_log_id = log_id_from_headers(&headers);
+        let body = self
+            .read_body(response)
+            .await
+            .map_err(|error| error.or_log_id(header_log_id.clone()))?;
+
+        let sensitive: Vec<&str> = grant
+            .sensitive_values()
+            .chain([app.tiktok_secret().expose()])
+            .collect();
+        classify_token_answer(status, &headers, body, header_log_id, &sensitive)
+    }
+
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<Bytes, TikTokError> {
+        let limit = self.max_response_bytes;
+        let too_large = || TikTokError::BadAnswer {
+            reason: format!("answer is larger than {limit} bytes"),
+            log_id: None,
+        };
+
+        if response
+            .content_length()
+            .is_some_and(|length| length > limit as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|error| self.transport_error(&error))?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+
+    fn transport_error(&self, error: &reqwest::Error) -> TikTokError {
+        if error.is_timeout() {
+            return TikTokError::Timeout(self.timeout);
+        }
+        if error.is_body() || error.is_decode() {
+            return TikTokError::BadAnswer {
+                reason: "answer was cut short".to_owned(),
+                log_id: None,
+            };
+        }
+        TikTokError::Unreachable(describe_transport_error(error))
+    }
+}
+
+impl TikTokError {
+    fn or_log_id(self, header_log_id: Option<String>) -> Self {
+        match self {
+            TikTokError::BadAnswer { reason, log_id } => TikTokError::BadAnswer {
+                reason,
+                log_id: log_id.or(header_log_id),
+            },
+            other => other,
+        }
+    }
+}
+
+/// A transport error's chain of causes, without the URL (which is ours and adds nothing).
+fn describe_transport_error(error: &reqwest::Error) -> String {
+    let mut description = if error.is_connect() {
+        "connection failed".to_owned()
+    } else {
+        "connection broke".to_owned()
+    };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        description.push_str(": ");
+        description.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    description
+}
+
+/// The flat fields TikTok's token endpoint may send; anything else is passed through untouched.
+#[derive(Deserialize)]
+struct TokenAnswerFields {
+    #[serde(default)]
+    access_token: Option<Value>,
+    #[serde(default)]
+    error: Option<Value>,
+    #[serde(default)]
+    error_description: Option<Value>,
+    #[serde(default)]
+    log_id: Option<Value>,
+}
+
+/// Decides what TikTok's token answer means by its body, since TikTok has been seen sending
+/// errors with HTTP 200: tokens need a 2xx status, a non-empty `access_token` and no `error`.
+fn classify_token_answer(
+    status: reqwest::StatusCode,
+    headers: &HeaderMap,
+    body: Bytes,
+    header_log_id: Option<String>,
+    sensitive: &[&str],
+) -> Result<Tokens, TikTokError> {
+    let retry_after_seconds = headers
+        .get(RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse().ok());
+    let parsed: Option<TokenAnswerFields> = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .filter(Value::is_object)
+        .and_then(|value| serde_json::from_value(value).ok());
+
+    let Some(fields) = parsed else {
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(TikTokError::RateLimited {
+                retry_after_seconds,
+                log_id: header_log_id,
+            });
+        }
+        return Err(TikTokError::BadAnswer {
+            reason: format!("HTTP {} without a JSON object", status.as_u16()),
+            log_id: header_log_id,
+        });
+    };
+
+    let log_id = fields
+        .log_id
+        .as_ref()
+        .and_then(non_empty_str)
+        .map(|log_id| clean_text(log_id, &[]))
+        .or_else(|| error_envelope_field(fields.error.as_ref(), "log_id"))
+        .or(header_log_id);
+    let (error, envelope_message) = match &fields.error {
+        Some(Value::String(error)) if !error.is_empty() => (Some(error.as_str()), None),
+        // TikTok's other APIs wrap errors as {"error": {"code", "message", "log_id"}}, with
+        // `ok` meaning success; a token answer in that shape is read the same way.
+        Some(Value::Object(envelope)) => {
+            let code = envelope.get("code").and_then(Value::as_str);
+            let code = code.filter(|code| !code.is_empty() && *code != "ok");
+            (code, envelope.get("message").and_then(Value::as_str))
+        }
+        _ => (None, None),
+    };
+
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS || error == Some(RATE_LIMIT_EXCEEDED) {
+        return Err(TikTokError::RateLimited {
+            retry_after_seconds,
+            log_id,
+        });
+    }
+    if let Some(error) = error {
+        let description = fields
+            .error_description
+            .as_ref()
+            .and_then(non_empty_str)
+            .or(envelope_message)
+            .unwrap_or("tiktok gave no description");
+        return Err(TikTokError::OAuth {
+            error: clean_error_code(error),
+            description: clean_text(description, sensitive),
+            log_id,
+        });
+    }
+
+    let has_token = fields
+        .access_token
+        .as_ref()
+        .and_then(non_empty_str)
+        .is_some();
+    if has_token && status.is_success() {
+        return Ok(Tokens { body, log_id });
+    }
+    let reason = if has_token {
+        format!("HTTP {} with a token object", status.as_u16())
+    } else {
+        format!("HTTP {} without `access_token` or `error`", status.as_u16())
+    };
+    Err(TikTokError::BadAnswer { reason, log_id })
+}
+
+fn non_empty_str(value: &Value) -> Option<&str> {
+    value.as_str().filter(|text| !text.is_empty())
+}
+
+fn error_envelope_field(error: Option<&Value>, field: &str) -> Option<String> {
+    let value = error?.as_object()?.get(field)?;
+    non_empty_str(value).map(|text| clean_text(text, &[]))
+}
+
+/// TikTok's log id from the `x-tt-logid` header.
+pub fn log_id_from_headers(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("x-tt-logid")?.to_str().ok()?;
+    (!value.is_empty()).then(|| clean_text(value, &[]))
+}
+
+/// An RFC 6749 error code may hold only printable ASCII without `"` and `\`; anything else
+/// TikTok might send is not a code Auth0 could show, so it becomes `server_error`.
+fn clean_error_code(error: &str) -> String {
+    let valid = error.len() <= 64
+        && error
+            .bytes()
+            .all(|byte| matches!(byte, 0x20..=0x7e) && byte != b'"' && byte != b'\\');
+    if valid {
+        error.to_owned()
+    } else {
+        "server_error".to_owned()
+    }
+}
+
+/// Text from TikTok, made safe to pass on: control characters dropped, length capped, and
+/// any value the proxy forwarded (a secret, code, verifier or token) masked, in case TikTok
+/// echoes one back.
+fn clean_text(text: &str, sensitive: &[&str]) -> String {
+    let mut cleaned: String = text
+        .chars()
+        .filter(|character| !character.is_control())
+        .take(MAX_PASSED_ON_CHARS)
+        .collect();
+    for value in sensitive.iter().filter(|value| !value.is_empty()) {
+        cleaned = cleaned.replace(value, "[redacted]");
+    }
+    cleaned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::StatusCode;
+
+    fn classify(status: u16, body: &str) -> Result<Tokens, TikTokError> {
+        let status = StatusCode::from_u16(status).unwrap();
+        let body = Bytes::from(body.to_owned());
+        classify_token_answer(status, &HeaderMap::new(), body, None, &["the-code"])
+    }
+
+    #[test]
+    fn an_error_with_http_200_is_an_error() {
+        let answer = classify(
+            200,
+            r#"{"error":"invalid_grant","error_description":"used","log_id":"L1"}"#,
+        );
+        let Err(TikTokError::OAuth { error, log_id, .. }) = answer else {
+            panic!("expected an OAuth error, got {answer:?}");
+        };
+        assert_eq!(error, "invalid_grant");
+        assert_eq!(log_id.as_deref(), Some("L1"));
+    }
+
+    #[test]
+    fn tokens_need_an_access_token_and_a_2xx() {
+        assert!(classify(200, r#"{"access_token":"act.x","open_id":"o"}"#).is_ok());
+        assert!(matches!(
+            classify(200, r#"{"access_token":""}"#),
+            Err(TikTokError::BadAnswer { .. })
+        ));
+        assert!(matches!(
+            classify(500, r#"{"access_token":"act.x"}"#),
+            Err(TikTokError::BadAnswer { .. })
+        ));
+        assert!(matches!(
+            classify(200, "<html>"),
+            Err(TikTokError::BadAnswer { .. })
+        ));
+        assert!(matches!(
+            classify(200, "[1]"),
+            Err(TikTokError::BadAnswer { .. })
+        ));
+    }
+
+    #[test]
+    fn rate_limits_are_recognised_in_every_shape() {
+        for (status, body) in [
+            (429, "too many"),
+            (200, r#"{"error":"rate_limit_exceeded"}"#),
+            (
+                400,
+                r#"{"error":{"code":"rate_limit_exceeded","message":"slow down"}}"#,
+            ),
+        ] {
+            let answer = classify(status, body);
+            assert!(
+                matches!(answer, Err(TikTokError::RateLimited { .. })),
+                "{status} {body}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_ok_envelope_is_not_an_error() {
+        let body = r#"{"access_token":"act.x","error":{"code":"ok","message":""}}"#;
+        assert!(classify(200, body).is_ok());
+    }
+
+    #[test]
+    fn echoed_values_are_masked() {
+        let body = r#"{"error":"invalid_grant","error_description":"code the-code is used"}"#;
+        let Err(TikTokError::OAuth { description, .. }) = classify(400, body) else {
+            panic!("expected an OAuth error");
+        };
+        assert_eq!(description, "code [redacted] is used");
+    }
+
+    #[test]
+    fn a_strange_error_code_becomes_server_error() {
+        let Err(TikTokError::OAuth { error, .. }) = classify(400, r#"{"error":"bad\"code"}"#)
+        else {
+            panic!("expected an OAuth error");
+        };
+        assert_eq!(error, "server_error");
+    }
+}
