@@ -96,6 +96,13 @@ impl Snapshot {
         !self.apps.is_empty() && self.pending().next().is_none()
     }
 
+    /// Every entry, by name, with what it holds.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &Entry)> {
+        self.entries
+            .iter()
+            .map(|(name, entry)| (name.as_str(), entry))
+    }
+
     /// Entries not read yet.
     pub fn pending(&self) -> impl Iterator<Item = &str> {
         self.entries

@@ -8,11 +8,13 @@
 //! - [`apps`] holds the registry of TikTok apps and the sources that fill it.
 //! - [`token`] and [`oauth_error`] hold the Auth0-facing token endpoint and its RFC 6749 answers.
 //! - [`tiktok`] holds the client for TikTok's v2 API and its wire types.
+//! - [`metrics`] holds the Prometheus metrics.
 //! - [`server`] holds the public and admin listeners, readiness and graceful shutdown.
 //! - [`telemetry`] sets up logs.
 //! - [`sandbox`] holds a stand-in for TikTok used by the tests, the demo and the local cluster.
 
 pub mod apps;
+pub mod metrics;
 pub mod oauth_error;
 pub mod sandbox;
 pub mod secret;

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tiktok_auth0_proxy::apps::Registry;
+use tiktok_auth0_proxy::metrics::Metrics;
 use tiktok_auth0_proxy::sandbox::{Sandbox, SandboxApp};
 use tiktok_auth0_proxy::server::{Lifecycle, Listeners, Service, shutdown_signal};
 use tiktok_auth0_proxy::settings::{CredentialSource, Settings};
-use tiktok_auth0_proxy::telemetry;
+use tiktok_auth0_proxy::telemetry::Telemetry;
 use tiktok_auth0_proxy::tiktok::TikTokClient;
 use tiktok_auth0_proxy::token::TokenEndpoint;
 use url::Url;
@@ -103,7 +104,7 @@ fn check_config(settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    telemetry::init(&settings.log);
+    let telemetry = Telemetry::init(&settings.log)?;
     let registry = match settings.credentials.source {
         CredentialSource::Static => Arc::new(Registry::from_settings(&settings.credentials.apps)),
         CredentialSource::Kubernetes => {
@@ -111,7 +112,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     };
     let listeners = Listeners::bind(&settings).await?;
-    serve_on(settings, registry, listeners).await
+    let served = serve_on(settings, registry, listeners).await;
+    telemetry.shutdown().await;
+    served
 }
 
 async fn serve_on(
@@ -119,12 +122,19 @@ async fn serve_on(
     registry: Arc<Registry>,
     listeners: Listeners,
 ) -> anyhow::Result<()> {
-    let tiktok = TikTokClient::new(&settings.tiktok)?;
-    let token = TokenEndpoint::new(registry.clone(), tiktok, settings.max_request_bytes);
+    let metrics = Arc::new(Metrics::new(registry.clone()));
+    let tiktok = TikTokClient::new(&settings.tiktok, metrics.clone())?;
+    let token = TokenEndpoint::new(
+        registry.clone(),
+        tiktok,
+        metrics.clone(),
+        settings.max_request_bytes,
+    );
     let service = Service {
         token: Arc::new(token),
         registry,
         lifecycle: Arc::new(Lifecycle::default()),
+        metrics,
     };
     service
         .serve(listeners, settings.shutdown, shutdown_signal())
@@ -133,7 +143,7 @@ async fn serve_on(
 }
 
 async fn sandbox(args: SandboxArgs) -> anyhow::Result<()> {
-    telemetry::init(&Settings::default().log);
+    let telemetry = Telemetry::init(&Settings::default().log)?;
     let sandbox = Sandbox::new(vec![SandboxApp {
         client_key: args.client_key,
         client_secret: args.client_secret,
@@ -144,6 +154,7 @@ async fn sandbox(args: SandboxArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind the sandbox to {}", args.listen))?;
     tracing::info!(addr = %args.listen, "tiktok sandbox ready");
     sandbox.serve(listener, shutdown_signal()).await?;
+    telemetry.shutdown().await;
     Ok(())
 }
 
@@ -156,7 +167,7 @@ async fn demo() -> anyhow::Result<()> {
     settings.tiktok.token_url = Url::parse(&format!("{sandbox_url}/v2/oauth/token/"))?;
     settings.tiktok.authorize_url = Url::parse(&format!("{sandbox_url}/v2/auth/authorize/"))?;
     settings.tiktok.user_info_url = Url::parse(&format!("{sandbox_url}/v2/user/info/"))?;
-    telemetry::init(&settings.log);
+    let telemetry = Telemetry::init(&settings.log)?;
 
     let sandbox = Sandbox::new(vec![SandboxApp {
         client_key: DEMO_CLIENT_KEY.to_owned(),
@@ -176,7 +187,9 @@ async fn demo() -> anyhow::Result<()> {
         demo_curl(public)
     );
     let registry = Arc::new(Registry::from_settings(&settings.credentials.apps));
-    serve_on(settings, registry, listeners).await
+    let served = serve_on(settings, registry, listeners).await;
+    telemetry.shutdown().await;
+    served
 }
 
 /// The usual layers (so `TIKTOK_AUTH0_PROXY_LISTEN` and the like still apply), with the

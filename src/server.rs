@@ -12,16 +12,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, extract::State};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::set_header::SetResponseHeaderLayer;
+use tracing::Instrument as _;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::apps::Registry;
+use crate::metrics::{self, Metrics};
 use crate::oauth_error::OAuthError;
 use crate::settings::{Settings, ShutdownSettings};
 use crate::token::TokenEndpoint;
@@ -88,6 +94,8 @@ pub struct Service {
     pub registry: Arc<Registry>,
     /// Draining state, for readiness.
     pub lifecycle: Arc<Lifecycle>,
+    /// The metrics, for `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Service {
@@ -98,6 +106,7 @@ impl Service {
             .clone()
             .routes()
             .fallback(not_found)
+            .layer(middleware::from_fn(trace_request))
             .layer(SetResponseHeaderLayer::overriding(
                 header::CACHE_CONTROL,
                 HeaderValue::from_static("no-store"),
@@ -108,7 +117,8 @@ impl Service {
             ))
     }
 
-    /// The probes.
+    /// The probes and the metrics. Nothing here is traced or counted as a request, so that
+    /// scrapes and probes do not drown what Auth0 does.
     pub fn admin_router(&self) -> Router {
         let readiness = Arc::new(Readiness {
             registry: self.registry.clone(),
@@ -117,6 +127,10 @@ impl Service {
         Router::new()
             .route("/livez", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz).with_state(readiness))
+            .route(
+                "/metrics",
+                get(metrics_text).with_state(self.metrics.clone()),
+            )
     }
 
     /// Serves both listeners until `shutdown` resolves, then shuts down as the module says.
@@ -213,6 +227,53 @@ async fn readyz(State(readiness): State<Arc<Readiness>>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(report)).into_response()
+}
+
+async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics.encode(),
+    )
+}
+
+/// Opens the server span of a public request, as a child of the caller's W3C trace context
+/// when it sent one, with the HTTP semantic-convention attributes. Handlers record the
+/// proxy's own attributes (app, grant type, outcome, TikTok's error and log id) on it.
+async fn trace_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&opentelemetry_http::HeaderExtractor(request.headers()))
+    });
+    let span = tracing::info_span!(
+        "request",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = %method,
+        http.route = route,
+        http.response.status_code = Empty,
+        url.scheme = "http",
+        app = Empty,
+        grant_type = Empty,
+        outcome = Empty,
+        tiktok.error = Empty,
+        tiktok.log_id = Empty,
+    );
+    // Only fails when no OpenTelemetry layer is installed, which is fine.
+    let _ = span.set_parent(parent);
+
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+    response
 }
 
 async fn not_found() -> OAuthError {

@@ -1,14 +1,19 @@
 //! The client for TikTok's v2 API and the wire types of its answers.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::Deserialize;
 use serde_json::Value;
+use tracing::Instrument as _;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use url::Url;
 
 use crate::apps::App;
+use crate::metrics::Metrics;
 use crate::settings::TikTokSettings;
 
 /// What a token request asks TikTok for. Values are forwarded unchanged.
@@ -100,6 +105,17 @@ pub enum TikTokError {
 }
 
 impl TikTokError {
+    /// A short, fixed name for the kind of failure, for metrics and span attributes.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TikTokError::OAuth { .. } => "oauth_error",
+            TikTokError::RateLimited { .. } => "rate_limited",
+            TikTokError::BadAnswer { .. } => "bad_answer",
+            TikTokError::Timeout(_) => "timeout",
+            TikTokError::Unreachable(_) => "unreachable",
+        }
+    }
+
     /// TikTok's `log_id` for the failed call, when it sent one.
     pub fn log_id(&self) -> Option<&str> {
         match self {
@@ -124,6 +140,7 @@ pub struct TikTokClient {
     token_url: Url,
     timeout: Duration,
     max_response_bytes: usize,
+    metrics: Arc<Metrics>,
 }
 
 /// The client could not be built.
@@ -133,7 +150,7 @@ pub struct ClientBuildError(#[from] reqwest::Error);
 
 impl TikTokClient {
     /// A client for the endpoints and limits in `settings`.
-    pub fn new(settings: &TikTokSettings) -> Result<Self, ClientBuildError> {
+    pub fn new(settings: &TikTokSettings, metrics: Arc<Metrics>) -> Result<Self, ClientBuildError> {
         crate::install_crypto_provider();
         let http = reqwest::Client::builder()
             .user_agent(concat!("tiktok-auth0-proxy/", env!("CARGO_PKG_VERSION")))
@@ -148,6 +165,7 @@ impl TikTokClient {
             token_url: settings.token_url.clone(),
             timeout: settings.timeout,
             max_response_bytes: settings.max_response_bytes,
+            metrics,
         })
     }
 
@@ -156,6 +174,56 @@ impl TikTokClient {
     /// NB: the call is never retried. A code is single-use, and once the request's bytes may
     /// have reached TikTok a second attempt could only fail, or worse, hide the first answer.
     pub async fn exchange(&self, app: &App, grant: Grant<'_>) -> Result<Tokens, TikTokError> {
+        let url = &self.token_url;
+        let span = tracing::info_span!(
+            "tiktok token",
+            otel.name = "POST tiktok token",
+            otel.kind = "client",
+            otel.status_code = Empty,
+            http.request.method = "POST",
+            http.response.status_code = Empty,
+            server.address = url.host_str().unwrap_or_default(),
+            server.port = url.port_or_known_default().unwrap_or_default(),
+            url.full = url.as_str(),
+            error.type = Empty,
+            tiktok.error = Empty,
+            tiktok.log_id = Empty,
+        );
+        let started = Instant::now();
+        let result = self
+            .call_token_endpoint(app, grant, &span)
+            .instrument(span.clone())
+            .await;
+
+        let (outcome, log_id) = match &result {
+            Ok(tokens) => ("tokens", tokens.log_id.as_deref()),
+            Err(error) => {
+                span.record("otel.status_code", "error");
+                span.record("error.type", error.kind());
+                if let TikTokError::OAuth { error, .. } = error {
+                    span.record("tiktok.error", error.as_str());
+                    self.metrics.tiktok_error("token", error);
+                }
+                if let TikTokError::RateLimited { .. } = error {
+                    self.metrics.tiktok_error("token", RATE_LIMIT_EXCEEDED);
+                }
+                (error.kind(), error.log_id())
+            }
+        };
+        if let Some(log_id) = log_id {
+            span.record("tiktok.log_id", log_id);
+        }
+        self.metrics
+            .tiktok_call("token", outcome, started.elapsed());
+        result
+    }
+
+    async fn call_token_endpoint(
+        &self,
+        app: &App,
+        grant: Grant<'_>,
+        span: &tracing::Span,
+    ) -> Result<Tokens, TikTokError> {
         let mut form: Vec<(&str, &str)> = vec![
             ("client_key", app.client_key()),
             ("client_secret", app.tiktok_secret().expose()),
@@ -176,15 +244,24 @@ impl TikTokClient {
             Grant::RefreshToken { refresh_token } => form.push(("refresh_token", refresh_token)),
         }
 
+        // W3C trace context for TikTok's side, naming this client span as the parent.
+        let mut trace_headers = HeaderMap::new();
+        opentelemetry::global::get_text_map_propagator(|propagator| {
+            let mut injector = opentelemetry_http::HeaderInjector(&mut trace_headers);
+            propagator.inject_context(&span.context(), &mut injector);
+        });
+
         let response = self
             .http
             .post(self.token_url.clone())
+            .headers(trace_headers)
             .form(&form)
             .send()
             .await
             .map_err(|error| self.transport_error(&error))?;
 
         let status = response.status();
+        span.record("http.response.status_code", status.as_u16());
         let headers = response.headers().clone();
         let header_log_id = log_id_from_headers(&headers);
         let body = self

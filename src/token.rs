@@ -18,6 +18,7 @@ use axum::routing::post;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::apps::{App, Registry};
+use crate::metrics::Metrics;
 use crate::oauth_error::OAuthError;
 use crate::tiktok::{Grant, TikTokClient, TikTokError};
 
@@ -34,15 +35,22 @@ const MAX_RETRY_AFTER_SECONDS: u64 = 3600;
 pub struct TokenEndpoint {
     registry: Arc<Registry>,
     tiktok: TikTokClient,
+    metrics: Arc<Metrics>,
     max_request_bytes: usize,
 }
 
 impl TokenEndpoint {
     /// An endpoint serving the apps in `registry` through `tiktok`.
-    pub fn new(registry: Arc<Registry>, tiktok: TikTokClient, max_request_bytes: usize) -> Self {
+    pub fn new(
+        registry: Arc<Registry>,
+        tiktok: TikTokClient,
+        metrics: Arc<Metrics>,
+        max_request_bytes: usize,
+    ) -> Self {
         Self {
             registry,
             tiktok,
+            metrics,
             max_request_bytes,
         }
     }
@@ -136,6 +144,26 @@ async fn token(
         Err(refusal) => (refusal.outcome, refusal.error.into_response()),
     };
 
+    let elapsed = started.elapsed();
+    endpoint
+        .metrics
+        .request("token", facts.grant_type, outcome.as_str(), elapsed);
+    // The server span (opened by the public router for every request) carries the same facts.
+    let span = tracing::Span::current();
+    span.record("outcome", outcome.as_str());
+    if let Some(app) = &facts.app {
+        span.record("app", app.as_str());
+    }
+    if let Some(grant_type) = facts.grant_type {
+        span.record("grant_type", grant_type);
+    }
+    if let Some(error) = &facts.tiktok_error {
+        span.record("tiktok.error", error.as_str());
+    }
+    if let Some(log_id) = &facts.log_id {
+        span.record("tiktok.log_id", log_id.as_str());
+    }
+
     tracing::info!(
         app = facts.app.as_deref(),
         grant_type = facts.grant_type,
@@ -143,7 +171,7 @@ async fn token(
         status = response.status().as_u16(),
         tiktok_error = facts.tiktok_error.as_deref(),
         log_id = facts.log_id.as_deref(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
         "token request"
     );
     response

@@ -8,30 +8,6 @@ use sha2::{Digest, Sha256};
 use support::*;
 use tiktok_auth0_proxy::sandbox::Fault;
 
-/// A settings file serving apps A and B against `sandbox`, plus extra YAML lines.
-fn config_file(sandbox: &TestSandbox, extra: &str) -> std::path::PathBuf {
-    let yaml = format!(
-        "tiktok:\n  token_url: {token}\n  timeout: 1s\n{extra}\
-         credentials:\n  apps:\n\
-         \x20   - {{client_key: {APP_A_KEY}, client_secret: {APP_A_SECRET}}}\n\
-         \x20   - {{client_key: {APP_B_KEY}, client_secret: {APP_B_SECRET}, \
-         auth0_client_secret: {APP_B_AUTH0_SECRET}}}\n",
-        token = sandbox.url("/v2/oauth/token/"),
-    );
-    let path = std::env::temp_dir().join(format!(
-        "tiktok-auth0-proxy-test-{}-{}.yaml",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::write(&path, yaml).unwrap();
-    path
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::SystemTime::now())
-}
-
 async fn readyz_status(proxy: &ProxyProcess) -> Option<u16> {
     let response = http().get(proxy.admin_url("/readyz")).send().await.ok()?;
     Some(response.status().as_u16())

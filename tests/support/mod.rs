@@ -1,6 +1,8 @@
 //! Shared test support: the TikTok sandbox and the proxy, each served on loopback.
 #![allow(dead_code)]
 
+pub mod otlp;
+
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tiktok_auth0_proxy::apps::Registry;
+use tiktok_auth0_proxy::metrics::Metrics;
 use tiktok_auth0_proxy::sandbox::{CodeGrant, Sandbox, SandboxApp};
 use tiktok_auth0_proxy::server::{Lifecycle, Listeners, Service};
 use tiktok_auth0_proxy::settings::{AppSettings, Settings};
@@ -136,6 +139,7 @@ pub struct TestProxy {
     pub public: SocketAddr,
     pub admin: SocketAddr,
     pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -152,12 +156,19 @@ impl TestProxy {
         let listeners = Listeners::bind(&settings).await.unwrap();
         let public = listeners.public_addr().unwrap();
         let admin = listeners.admin_addr().unwrap();
-        let tiktok = TikTokClient::new(&settings.tiktok).unwrap();
-        let token = TokenEndpoint::new(registry.clone(), tiktok, settings.max_request_bytes);
+        let metrics = Arc::new(Metrics::new(registry.clone()));
+        let tiktok = TikTokClient::new(&settings.tiktok, metrics.clone()).unwrap();
+        let token = TokenEndpoint::new(
+            registry.clone(),
+            tiktok,
+            metrics.clone(),
+            settings.max_request_bytes,
+        );
         let service = Service {
             token: Arc::new(token),
             registry: registry.clone(),
             lifecycle: Arc::new(Lifecycle::default()),
+            metrics: metrics.clone(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(service.serve(listeners, settings.shutdown, async {
@@ -167,6 +178,7 @@ impl TestProxy {
             public,
             admin,
             registry,
+            metrics,
             stop: Some(stop),
             task: Some(task),
         }
@@ -360,4 +372,28 @@ impl ProxyProcess {
     pub fn log(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
+}
+
+/// A settings file serving apps A and B against `sandbox`, plus extra YAML lines.
+pub fn config_file(sandbox: &TestSandbox, extra: &str) -> std::path::PathBuf {
+    let yaml = format!(
+        "tiktok:\n  token_url: {token}\n  timeout: 1s\n{extra}\
+         credentials:\n  apps:\n\
+         \x20   - {{client_key: {APP_A_KEY}, client_secret: {APP_A_SECRET}}}\n\
+         \x20   - {{client_key: {APP_B_KEY}, client_secret: {APP_B_SECRET}, \
+         auth0_client_secret: {APP_B_AUTH0_SECRET}}}\n",
+        token = sandbox.url("/v2/oauth/token/"),
+    );
+    let path = std::env::temp_dir().join(format!(
+        "tiktok-auth0-proxy-test-{}-{}.yaml",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
 }
