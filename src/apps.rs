@@ -4,6 +4,8 @@
 //! entry rebuilds the snapshot and stores it atomically, so a request always sees a whole,
 //! consistent set of apps, and a lookup is all a request does with it.
 
+pub mod kubernetes;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use tiktok_auth0_proxy::apps::Registry;
+use tiktok_auth0_proxy::apps::{Registry, kubernetes};
 use tiktok_auth0_proxy::metrics::Metrics;
 use tiktok_auth0_proxy::sandbox::{Sandbox, SandboxApp};
 use tiktok_auth0_proxy::server::{Lifecycle, Listeners, Service, shutdown_signal};
@@ -105,14 +105,38 @@ fn check_config(settings: Settings) -> anyhow::Result<()> {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let telemetry = Telemetry::init(&settings.log)?;
-    let registry = match settings.credentials.source {
-        CredentialSource::Static => Arc::new(Registry::from_settings(&settings.credentials.apps)),
+    let credentials = &settings.credentials;
+    let (registry, metrics) = match credentials.source {
+        CredentialSource::Static => {
+            let registry = Arc::new(Registry::from_settings(&credentials.apps));
+            let metrics = Arc::new(Metrics::new(registry.clone()));
+            (registry, metrics)
+        }
         CredentialSource::Kubernetes => {
-            anyhow::bail!("credentials.source `kubernetes` is not available in this build")
+            // The listeners come up at once, live but not ready until every Secret has
+            // synced, even when the API server cannot be reached yet.
+            let secrets = &credentials.kubernetes;
+            let client = kubernetes::client().await?;
+            let namespace = kubernetes::namespace(secrets, &client);
+            let entries = secrets
+                .secrets
+                .iter()
+                .map(|name| kubernetes::entry_name(name));
+            let registry = Arc::new(Registry::new(entries));
+            let metrics = Arc::new(Metrics::new(registry.clone()));
+            tracing::info!(%namespace, secrets = ?secrets.secrets, "watching secrets for apps");
+            kubernetes::spawn_watchers(
+                client,
+                &namespace,
+                secrets,
+                registry.clone(),
+                metrics.clone(),
+            );
+            (registry, metrics)
         }
     };
     let listeners = Listeners::bind(&settings).await?;
-    let served = serve_on(settings, registry, listeners).await;
+    let served = serve_on(settings, registry, metrics, listeners).await;
     telemetry.shutdown().await;
     served
 }
@@ -120,9 +144,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 async fn serve_on(
     settings: Settings,
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
     listeners: Listeners,
 ) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::new(registry.clone()));
     let tiktok = TikTokClient::new(&settings.tiktok, metrics.clone())?;
     let token = TokenEndpoint::new(
         registry.clone(),
@@ -187,7 +211,8 @@ async fn demo() -> anyhow::Result<()> {
         demo_curl(public)
     );
     let registry = Arc::new(Registry::from_settings(&settings.credentials.apps));
-    let served = serve_on(settings, registry, listeners).await;
+    let metrics = Arc::new(Metrics::new(registry.clone()));
+    let served = serve_on(settings, registry, metrics, listeners).await;
     telemetry.shutdown().await;
     served
 }

@@ -1,6 +1,7 @@
 //! Shared test support: the TikTok sandbox and the proxy, each served on loopback.
 #![allow(dead_code)]
 
+pub mod kube_api;
 pub mod otlp;
 
 use std::net::SocketAddr;
