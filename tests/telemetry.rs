@@ -375,3 +375,55 @@ async fn metrics_move_with_the_requests_made() {
         Some(&1.0)
     );
 }
+
+#[tokio::test]
+async fn the_sampler_variables_are_honoured() {
+    let (receiver, receiver_addr) = Receiver::start(Protocol::HttpProtobuf).await;
+    let sandbox = TestSandbox::start().await;
+    let config = config_file(&sandbox, "");
+    let mut proxy = ProxyProcess::start(&[
+        ("TIKTOK_AUTH0_PROXY_CONFIG", config.display().to_string()),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{receiver_addr}"),
+        ),
+        ("OTEL_TRACES_SAMPLER", "always_off".to_owned()),
+    ])
+    .await;
+    let code = sandbox.code(APP_A_KEY);
+    let form = code_form(APP_A_KEY, APP_A_SECRET, &code);
+    assert_eq!(post_form(&proxy.url("/token"), &form).await.status, 200);
+
+    // After the shutdown flush, whatever was sampled has been delivered: nothing was.
+    proxy.terminate();
+    let status = tokio::time::timeout(DEADLINE, proxy.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{}", proxy.log());
+    assert!(receiver.spans().is_empty(), "always_off samples nothing");
+    let _ = std::fs::remove_file(config);
+}
+
+#[tokio::test]
+async fn an_unsupported_otlp_protocol_stops_start_up() {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_tiktok-auth0-proxy"))
+        .env("TIKTOK_CLIENT_KEY", "k")
+        .env("TIKTOK_CLIENT_SECRET", "s")
+        .env("TIKTOK_AUTH0_PROXY_LISTEN", "127.0.0.1:0")
+        .env("TIKTOK_AUTH0_PROXY_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(DEADLINE, run)
+        .await
+        .expect("exits")
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("OTEL_EXPORTER_OTLP_PROTOCOL=http/json"),
+        "{stderr}"
+    );
+}
