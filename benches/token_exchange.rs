@@ -140,7 +140,10 @@ async fn main() {
     let config = config_file(&sandbox, "");
     let proxy = ProxyProcess::start(&[
         ("TIKTOK_AUTH0_PROXY_CONFIG", config.display().to_string()),
-        ("RUST_LOG", "warn,tiktok_auth0_proxy::server=info".to_owned()),
+        (
+            "RUST_LOG",
+            "warn,tiktok_auth0_proxy::server=info".to_owned(),
+        ),
     ])
     .await;
     let pid = proxy.child.id().unwrap();
