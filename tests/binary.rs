@@ -5,6 +5,7 @@ mod support;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use support::otlp::{Protocol, Receiver};
 use support::*;
 use tiktok_auth0_proxy::sandbox::Fault;
 
@@ -110,12 +111,17 @@ async fn check_config_masks_secrets() {
 /// Runs every path of the token endpoint with recognisable values, then searches the whole
 /// log, at debug level, for any of them.
 #[tokio::test]
-async fn no_secret_code_verifier_or_token_reaches_the_logs() {
+async fn no_secret_code_verifier_or_token_reaches_the_logs_or_the_spans() {
     let sandbox = TestSandbox::start().await;
+    let (receiver, receiver_addr) = Receiver::start(Protocol::HttpProtobuf).await;
     let config = config_file(&sandbox, "");
-    let proxy = ProxyProcess::start(&[
+    let mut proxy = ProxyProcess::start(&[
         ("TIKTOK_AUTH0_PROXY_CONFIG", config.display().to_string()),
         ("RUST_LOG", "debug,tiktok_auth0_proxy=trace".to_owned()),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{receiver_addr}"),
+        ),
     ])
     .await;
     let url = proxy.url("/token");
@@ -201,6 +207,21 @@ async fn no_secret_code_verifier_or_token_reaches_the_logs() {
         let answer = post_form(&url, &code_form(APP_A_KEY, APP_A_SECRET, &code)).await;
         assert!(answer.status >= 400, "{answer:?}");
         secrets.push(code);
+    }
+
+    // Stopping flushes every span to the receiver.
+    proxy.terminate();
+    let status = tokio::time::timeout(DEADLINE, proxy.child.wait()).await;
+    assert!(status.unwrap().unwrap().success());
+    let spans = format!("{:?}", receiver.spans());
+    // 16 requests, 12 of which reached TikTok: a server span each, and a client span per call.
+    let count = receiver.spans().len();
+    assert!(count >= 28, "{count} spans");
+    for secret in &secrets {
+        assert!(
+            !spans.contains(secret.as_str()),
+            "a span carries `{secret}`"
+        );
     }
 
     let log = proxy.log();
