@@ -234,6 +234,7 @@ fn demo_curl(public: SocketAddr) -> String {
         "curl -s localhost:{port}/token -d grant_type=authorization_code \
          -d client_id={DEMO_CLIENT_KEY} -d client_secret={DEMO_CLIENT_SECRET} \
          -d redirect_uri={DEMO_REDIRECT_URI} \
-         --data-urlencode code=$(curl -s -X POST -H 'Accept: text/plain' localhost:9400/sandbox/codes)"
+         --data-urlencode code=$(curl -s -X POST -H 'Accept: text/plain' \
+         localhost:9400/sandbox/codes)"
     )
 }

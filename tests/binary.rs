@@ -210,9 +210,7 @@ async fn no_secret_code_verifier_or_token_reaches_the_logs_or_the_spans() {
     }
 
     // Stopping flushes every span to the receiver.
-    proxy.terminate();
-    let status = tokio::time::timeout(DEADLINE, proxy.child.wait()).await;
-    assert!(status.unwrap().unwrap().success());
+    proxy.stop().await;
     let spans = format!("{:?}", receiver.spans());
     // 16 requests, 12 of which reached TikTok: a server span each, and a client span per call.
     let count = receiver.spans().len();
@@ -245,14 +243,7 @@ async fn each_token_request_logs_one_line_with_its_facts() {
     let proxy =
         ProxyProcess::start(&[("TIKTOK_AUTH0_PROXY_CONFIG", config.display().to_string())]).await;
 
-    sandbox.sandbox.inject_fault(
-        Fault::OAuthError {
-            status: 200,
-            error: "invalid_grant".into(),
-            description: "d".into(),
-        },
-        1,
-    );
+    sandbox.next_token_answer_is_error(200, "invalid_grant");
     let code = sandbox.code(APP_A_KEY);
     let answer = post_form(
         &proxy.url("/token"),

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 
 use support::otlp::{Protocol, ReceivedSpan, Receiver};
 use support::*;
-use tiktok_auth0_proxy::sandbox::Fault;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN_ID: &str = "00f067aa0ba902b7";
@@ -148,14 +147,7 @@ async fn a_token_exchange_is_traced_end_to_end(protocol: Protocol) {
     );
 
     // A TikTok error marks the client span and names the error on both spans.
-    sandbox.sandbox.inject_fault(
-        Fault::OAuthError {
-            status: 200,
-            error: "invalid_grant".into(),
-            description: "d".into(),
-        },
-        1,
-    );
+    sandbox.next_token_answer_is_error(200, "invalid_grant");
     let code = sandbox.code(APP_A_KEY);
     let answer = post_traced(
         &proxy.url("/token"),
@@ -237,12 +229,7 @@ async fn spans_still_buffered_are_flushed_on_sigterm() {
         "nothing is exported before the flush"
     );
 
-    proxy.terminate();
-    let status = tokio::time::timeout(DEADLINE, proxy.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "{}", proxy.log());
+    proxy.stop().await;
     let spans = spans_of_trace(&receiver, 2).await;
     assert!(spans.iter().any(|span| span.span.kind == SERVER));
     let _ = std::fs::remove_file(config);
@@ -342,14 +329,7 @@ async fn metrics_move_with_the_requests_made() {
         assert_eq!(answer.status, 200);
     }
     post_form(&proxy.url("/token"), &code_form(APP_A_KEY, "wrong", "c")).await;
-    sandbox.sandbox.inject_fault(
-        Fault::OAuthError {
-            status: 400,
-            error: "invalid_grant".into(),
-            description: "d".into(),
-        },
-        1,
-    );
+    sandbox.next_token_answer_is_error(400, "invalid_grant");
     let code = sandbox.code(APP_A_KEY);
     post_form(
         &proxy.url("/token"),
@@ -395,12 +375,7 @@ async fn the_sampler_variables_are_honoured() {
     assert_eq!(post_form(&proxy.url("/token"), &form).await.status, 200);
 
     // After the shutdown flush, whatever was sampled has been delivered: nothing was.
-    proxy.terminate();
-    let status = tokio::time::timeout(DEADLINE, proxy.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "{}", proxy.log());
+    proxy.stop().await;
     assert!(receiver.spans().is_empty(), "always_off samples nothing");
     let _ = std::fs::remove_file(config);
 }

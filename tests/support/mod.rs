@@ -95,6 +95,16 @@ impl TestSandbox {
         self.code_with_challenge(client_key, None)
     }
 
+    /// Makes TikTok's next token answer the OAuth error `error`, sent with HTTP `status`.
+    pub fn next_token_answer_is_error(&self, status: u16, error: &str) {
+        let fault = tiktok_auth0_proxy::sandbox::Fault::OAuthError {
+            status,
+            error: error.into(),
+            description: format!("sandbox says {error}"),
+        };
+        self.sandbox.inject_fault(fault, 1);
+    }
+
     pub fn code_with_challenge(&self, client_key: &str, challenge: Option<String>) -> String {
         self.sandbox
             .mint_code(CodeGrant {
@@ -358,6 +368,16 @@ impl ProxyProcess {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub async fn stop(&mut self) {
+        self.terminate();
+        let status = tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .expect("the proxy exits after SIGTERM")
+            .unwrap();
+        assert!(status.success(), "{status:?}\n{}", self.log());
     }
 
     /// Sends SIGTERM.
