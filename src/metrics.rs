@@ -231,4 +231,58 @@ impl Metrics {
 }
 
 /// The content type of [`Metrics::encode`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The content type of [`to_prometheus_text`]'s output.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Rewrites OpenMetrics text as the classic Prometheus text format, for scrapers that do not
+/// ask for OpenMetrics: a counter's family takes its samples' `_total` name, and the `# EOF`
+/// marker goes.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let descriptor = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
+        match descriptor {
+            Some((prefix, rest)) => {
+                let name = rest.split(' ').next().unwrap_or_default();
+                let rest_after_name = &rest[name.len()..];
+                if counters.contains(&name) {
+                    text.push_str(&format!("{prefix}{name}_total{rest_after_name}"));
+                } else {
+                    text.push_str(line);
+                }
+            }
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_names_counter_families_by_their_samples() {
+        let openmetrics = "# HELP x_requests Requests.\n# TYPE x_requests counter\n\
+                           x_requests_total{a=\"b\"} 2\n# HELP x_up Up.\n# TYPE x_up gauge\n\
+                           x_up 1\n# EOF\n";
+        let expected = "# HELP x_requests_total Requests.\n# TYPE x_requests_total counter\n\
+                        x_requests_total{a=\"b\"} 2\n# HELP x_up Up.\n# TYPE x_up gauge\n\
+                        x_up 1\n";
+        assert_eq!(to_prometheus_text(openmetrics), expected);
+    }
+}

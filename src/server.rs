@@ -229,11 +229,30 @@ async fn readyz(State(readiness): State<Arc<Readiness>>) -> impl IntoResponse {
     (status, Json(report)).into_response()
 }
 
-async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        metrics.encode(),
-    )
+/// OpenMetrics for scrapers that ask for it (Prometheus does), the classic Prometheus text
+/// format for everything else.
+async fn metrics_text(
+    State(metrics): State<Arc<Metrics>>,
+    request_headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    let wants_openmetrics = request_headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|accept| accept.contains("application/openmetrics-text"));
+    let openmetrics = metrics.encode();
+    if wants_openmetrics {
+        (
+            [(header::CONTENT_TYPE, metrics::OPENMETRICS_CONTENT_TYPE)],
+            openmetrics,
+        )
+    } else {
+        let text = metrics::to_prometheus_text(&openmetrics);
+        (
+            [(header::CONTENT_TYPE, metrics::PROMETHEUS_CONTENT_TYPE)],
+            text,
+        )
+    }
 }
 
 /// Opens the server span of a public request, as a child of the caller's W3C trace context

@@ -290,14 +290,12 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
 async fn scrape(proxy: &TestProxy) -> HashMap<String, f64> {
     let response = http()
         .get(proxy.admin_url("/metrics"))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let content_type = response.headers()["content-type"].to_str().unwrap();
     assert!(
         content_type.starts_with("application/openmetrics-text"),
         "{content_type}"
@@ -400,5 +398,62 @@ async fn an_unsupported_otlp_protocol_stops_start_up() {
     assert!(
         stderr.contains("OTEL_EXPORTER_OTLP_PROTOCOL=http/json"),
         "{stderr}"
+    );
+}
+
+/// Without an OpenMetrics `Accept`, `/metrics` answers the classic Prometheus text format, in
+/// which every sample belongs to the family its `# TYPE` line names.
+#[tokio::test]
+async fn metrics_are_classic_prometheus_text_unless_openmetrics_is_asked_for() {
+    let sandbox = TestSandbox::start().await;
+    let proxy = TestProxy::start(settings_for(&sandbox)).await;
+    let code = sandbox.code(APP_A_KEY);
+    post_form(
+        &proxy.url("/token"),
+        &code_form(APP_A_KEY, APP_A_SECRET, &code),
+    )
+    .await;
+
+    let response = http()
+        .get(proxy.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    let text = response.text().await.unwrap();
+    assert!(!text.contains("# EOF"));
+
+    let mut families: HashMap<String, String> = HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            families.insert(name.to_owned(), kind.to_owned());
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let name = line.split(['{', ' ']).next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                let base = name.strip_suffix(suffix)?;
+                (families.get(base).map(String::as_str) == Some("histogram")).then_some(base)
+            })
+            .unwrap_or(name);
+        assert!(
+            families.contains_key(family),
+            "{line} has no # TYPE of its own"
+        );
+    }
+    assert_eq!(
+        families
+            .get("tiktok_auth0_proxy_requests_total")
+            .map(String::as_str),
+        Some("counter")
     );
 }
