@@ -288,7 +288,8 @@ async fn trace_request(request: Request, next: Next) -> Response {
 
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
+    // As i64: OpenTelemetry has no unsigned integers, and unsigned fields export as text.
+    span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
         span.record("otel.status_code", "error");
     }

@@ -180,7 +180,7 @@ impl TikTokClient {
             http.request.method = "POST",
             http.response.status_code = Empty,
             server.address = url.host_str().unwrap_or_default(),
-            server.port = url.port_or_known_default().unwrap_or_default(),
+            server.port = i64::from(url.port_or_known_default().unwrap_or_default()),
             url.full = url.as_str(),
             error.type = Empty,
             tiktok.error = Empty,
@@ -258,7 +258,7 @@ impl TikTokClient {
             .map_err(|error| self.transport_error(&error))?;
 
         let status = response.status();
-        span.record("http.response.status_code", status.as_u16());
+        span.record("http.response.status_code", i64::from(status.as_u16()));
         let headers = response.headers().clone();
         let header_log_id = log_id_from_headers(&headers);
         let body = self

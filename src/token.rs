@@ -168,7 +168,7 @@ async fn token(
         app = facts.app.as_deref(),
         grant_type = facts.grant_type,
         outcome = outcome.as_str(),
-        status = response.status().as_u16(),
+        status = i64::from(response.status().as_u16()),
         tiktok_error = facts.tiktok_error.as_deref(),
         log_id = facts.log_id.as_deref(),
         latency_ms = elapsed.as_secs_f64() * 1000.0,

@@ -106,10 +106,7 @@ async fn a_token_exchange_is_traced_end_to_end(protocol: Protocol) {
         Some("POST")
     );
     assert_eq!(server.attribute("http.route").as_deref(), Some("/token"));
-    assert_eq!(
-        server.attribute("http.response.status_code").as_deref(),
-        Some("200")
-    );
+    assert_eq!(server.int_attribute("http.response.status_code"), Some(200));
     assert_eq!(server.attribute("app").as_deref(), Some(APP_A_KEY));
     assert_eq!(
         server.attribute("grant_type").as_deref(),
@@ -131,10 +128,7 @@ async fn a_token_exchange_is_traced_end_to_end(protocol: Protocol) {
     );
 
     assert_eq!(client.parent_span_id(), server.span_id());
-    assert_eq!(
-        client.attribute("http.response.status_code").as_deref(),
-        Some("200")
-    );
+    assert_eq!(client.int_attribute("http.response.status_code"), Some(200));
     assert!(client.span.end_time_unix_nano > client.span.start_time_unix_nano);
     let traceparent = sandbox.sandbox.token_requests()[0]
         .headers

@@ -63,6 +63,22 @@ impl ReceivedSpan {
         find(&self.span.attributes, key)
     }
 
+    /// An attribute's value when it is an integer, as OpenTelemetry's semantic conventions
+    /// want status codes and ports.
+    pub fn int_attribute(&self, key: &str) -> Option<i64> {
+        let value = self
+            .span
+            .attributes
+            .iter()
+            .find(|kv| kv.key == key)?
+            .value
+            .as_ref()?;
+        match value.value.as_ref()? {
+            AnyValue::IntValue(number) => Some(*number),
+            _ => None,
+        }
+    }
+
     pub fn resource_attribute(&self, key: &str) -> Option<String> {
         find(&self.resource.as_ref()?.attributes, key)
     }
