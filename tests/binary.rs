@@ -21,17 +21,20 @@ async fn sigterm_drains_then_finishes_the_request_in_flight() {
         &sandbox,
         "shutdown:\n  drain_delay: 1s\n  grace_period: 10s\n",
     );
-    let mut proxy =
-        ProxyProcess::start(&[("TIKTOK_AUTH0_PROXY_CONFIG", config.display().to_string())]).await;
+    let mut proxy = ProxyProcess::start(&[
+        ("TIKTOK_AUTH0_PROXY_CONFIG", config.display().to_string()),
+        ("TIKTOK_AUTH0_PROXY_TIKTOK__TIMEOUT", "10s".to_owned()),
+    ])
+    .await;
     eventually("ready", || async {
         readyz_status(&proxy).await == Some(200)
     })
     .await;
 
-    // TikTok takes 800ms, within the proxy's 1s timeout; SIGTERM arrives meanwhile.
+    // TikTok takes 2s, well within the proxy's 10s timeout; SIGTERM arrives meanwhile.
     sandbox
         .sandbox
-        .inject_fault(Fault::Slow(Duration::from_millis(800)), 1);
+        .inject_fault(Fault::Slow(Duration::from_secs(2)), 1);
     let code = sandbox.code(APP_A_KEY);
     let url = proxy.url("/token");
     let in_flight =
