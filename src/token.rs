@@ -7,7 +7,7 @@
 mod params;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -115,6 +115,38 @@ struct Facts {
     log_id: Option<String>,
 }
 
+impl Facts {
+    /// Writes what is known about the request onto its server span (opened by the public
+    /// router for every request) and into its one log line.
+    fn report(&self, outcome: Outcome, status: StatusCode, elapsed: Duration) {
+        let span = tracing::Span::current();
+        span.record("outcome", outcome.as_str());
+        if let Some(app) = &self.app {
+            span.record("app", app.as_str());
+        }
+        if let Some(grant_type) = self.grant_type {
+            span.record("grant_type", grant_type);
+        }
+        if let Some(error) = &self.tiktok_error {
+            span.record("tiktok.error", error.as_str());
+        }
+        if let Some(log_id) = &self.log_id {
+            span.record("tiktok.log_id", log_id.as_str());
+        }
+
+        tracing::info!(
+            app = self.app.as_deref(),
+            grant_type = self.grant_type,
+            outcome = outcome.as_str(),
+            status = i64::from(status.as_u16()),
+            tiktok_error = self.tiktok_error.as_deref(),
+            log_id = self.log_id.as_deref(),
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "token request"
+        );
+    }
+}
+
 /// An early end to a request, with the outcome it counts as.
 struct Refusal {
     outcome: Outcome,
@@ -148,32 +180,7 @@ async fn token(
     endpoint
         .metrics
         .request("token", facts.grant_type, outcome.as_str(), elapsed);
-    // The server span (opened by the public router for every request) carries the same facts.
-    let span = tracing::Span::current();
-    span.record("outcome", outcome.as_str());
-    if let Some(app) = &facts.app {
-        span.record("app", app.as_str());
-    }
-    if let Some(grant_type) = facts.grant_type {
-        span.record("grant_type", grant_type);
-    }
-    if let Some(error) = &facts.tiktok_error {
-        span.record("tiktok.error", error.as_str());
-    }
-    if let Some(log_id) = &facts.log_id {
-        span.record("tiktok.log_id", log_id.as_str());
-    }
-
-    tracing::info!(
-        app = facts.app.as_deref(),
-        grant_type = facts.grant_type,
-        outcome = outcome.as_str(),
-        status = i64::from(response.status().as_u16()),
-        tiktok_error = facts.tiktok_error.as_deref(),
-        log_id = facts.log_id.as_deref(),
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
-        "token request"
-    );
+    facts.report(outcome, response.status(), elapsed);
     response
 }
 
