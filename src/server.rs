@@ -161,8 +161,8 @@ impl Service {
         shutdown.await;
         self.lifecycle.start_draining();
         tracing::info!(
-            drain_delay = ?settings.drain_delay,
-            grace_period = ?settings.grace_period,
+            drain_delay = %humantime::format_duration(settings.drain_delay),
+            grace_period = %humantime::format_duration(settings.grace_period),
             "shutting down: readiness is off"
         );
         tokio::time::sleep(settings.drain_delay).await;

@@ -165,9 +165,9 @@ impl Default for Settings {
             },
             log: LogSettings {
                 format: LogFormat::Auto,
-                // kube-rs logs every retry of a failing watch itself; the proxy reports each
-                // episode once on its own, so kube-rs is kept to errors.
-                filter: "info,kube_runtime=error,kube_client=error".to_owned(),
+                // kube-rs logs every retry of a failing watch itself, even at error level; the
+                // proxy reports each episode once, with the cause, so kube-rs stays silent.
+                filter: "info,kube_runtime=off,kube_client=off".to_owned(),
             },
             tiktok: TikTokSettings {
                 token_url: parse_default_url("https://open.tiktokapis.com/v2/oauth/token/"),

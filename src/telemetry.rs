@@ -83,7 +83,8 @@ impl Telemetry {
             .init();
         if provider.is_some() {
             let protocol = otlp_protocol().map_or("http/protobuf".to_owned(), |(_, value)| value);
-            tracing::info!(%protocol, "exporting traces over OTLP");
+            let endpoint = otlp_endpoint().map(|endpoint| without_credentials(&endpoint));
+            tracing::info!(%protocol, endpoint, "exporting traces over OTLP");
         }
         Ok(Self { provider })
     }
@@ -117,9 +118,7 @@ fn tracer_provider() -> Result<Option<SdkTracerProvider>, TelemetryError> {
     };
     let disabled = set("OTEL_SDK_DISABLED").is_some_and(|value| value.eq_ignore_ascii_case("true"))
         || set("OTEL_TRACES_EXPORTER").is_some_and(|value| value.eq_ignore_ascii_case("none"));
-    let endpoint =
-        set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"));
-    if disabled || endpoint.is_none() {
+    if disabled || otlp_endpoint().is_none() {
         return Ok(None);
     }
 
@@ -152,6 +151,32 @@ fn tracer_provider() -> Result<Option<SdkTracerProvider>, TelemetryError> {
         .with_resource(resource())
         .build();
     Ok(Some(provider))
+}
+
+/// The collector's endpoint, signal-specific first.
+fn otlp_endpoint() -> Option<String> {
+    [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .into_iter()
+    .find_map(|variable| {
+        std::env::var(variable)
+            .ok()
+            .filter(|value| !value.trim().is_empty())
+    })
+}
+
+/// An endpoint fit for a log line: any user name or password in it removed.
+fn without_credentials(endpoint: &str) -> String {
+    match url::Url::parse(endpoint) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        Err(_) => "(not a URL)".to_owned(),
+    }
 }
 
 /// The protocol variable in force, signal-specific first: its name and value.

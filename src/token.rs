@@ -278,22 +278,13 @@ impl TokenEndpoint {
 }
 
 fn read_grant<'a>(params: &'a Params, facts: &mut Facts) -> Result<Grant<'a>, Refusal> {
-    let grant_type = params
-        .require("grant_type")
-        .map_err(Refusal::invalid_request)?;
-    let grant = match grant_type {
-        "authorization_code" => Grant::AuthorizationCode {
-            code: params.require("code").map_err(Refusal::invalid_request)?,
-            redirect_uri: params
-                .require("redirect_uri")
-                .map_err(Refusal::invalid_request)?,
-            code_verifier: params.get("code_verifier"),
-        },
-        "refresh_token" => Grant::RefreshToken {
-            refresh_token: params
-                .require("refresh_token")
-                .map_err(Refusal::invalid_request)?,
-        },
+    let required = |name| params.require(name).map_err(Refusal::invalid_request);
+    let grant_type = required("grant_type")?;
+    // Known before the grant's parameters are checked, so a request missing one of them is
+    // still counted under its grant type.
+    facts.grant_type = match grant_type {
+        "authorization_code" => Some("authorization_code"),
+        "refresh_token" => Some("refresh_token"),
         _ => {
             let error = OAuthError::unsupported_grant_type(
                 "grant_type must be authorization_code or refresh_token",
@@ -301,8 +292,18 @@ fn read_grant<'a>(params: &'a Params, facts: &mut Facts) -> Result<Grant<'a>, Re
             return Err(Refusal::new(Outcome::UnsupportedGrantType, error));
         }
     };
-    facts.grant_type = Some(grant.grant_type());
-    Ok(grant)
+
+    if grant_type == "authorization_code" {
+        Ok(Grant::AuthorizationCode {
+            code: required("code")?,
+            redirect_uri: required("redirect_uri")?,
+            code_verifier: params.get("code_verifier"),
+        })
+    } else {
+        Ok(Grant::RefreshToken {
+            refresh_token: required("refresh_token")?,
+        })
+    }
 }
 
 /// Turns a failed TikTok call into the answer for Auth0, keeping TikTok's reason and log id.

@@ -303,6 +303,7 @@ async fn metrics_move_with_the_requests_made() {
     let proxy = TestProxy::start(settings_for(&sandbox)).await;
     let issued = r#"tiktok_auth0_proxy_requests_total{endpoint="token",grant_type="authorization_code",outcome="issued"}"#;
     let refused = r#"tiktok_auth0_proxy_requests_total{endpoint="token",grant_type="none",outcome="invalid_client"}"#;
+    let incomplete = r#"tiktok_auth0_proxy_requests_total{endpoint="token",grant_type="authorization_code",outcome="invalid_request"}"#;
     let tiktok_error =
         r#"tiktok_auth0_proxy_tiktok_errors_total{endpoint="token",error="invalid_grant"}"#;
     let latency = r#"tiktok_auth0_proxy_tiktok_request_duration_seconds_count{endpoint="token",result="tokens"}"#;
@@ -320,6 +321,9 @@ async fn metrics_move_with_the_requests_made() {
         .await;
         assert_eq!(answer.status, 200);
     }
+    let mut without_redirect = code_form(APP_A_KEY, APP_A_SECRET, "c");
+    without_redirect.retain(|(name, _)| *name != "redirect_uri");
+    post_form(&proxy.url("/token"), &without_redirect).await;
     post_form(&proxy.url("/token"), &code_form(APP_A_KEY, "wrong", "c")).await;
     sandbox.next_token_answer_is_error(400, "invalid_grant");
     let code = sandbox.code(APP_A_KEY);
@@ -335,11 +339,16 @@ async fn metrics_move_with_the_requests_made() {
     let after = scrape(&proxy).await;
     assert_eq!(after.get(issued), Some(&2.0));
     assert_eq!(after.get(refused), Some(&1.0));
+    assert_eq!(
+        after.get(incomplete),
+        Some(&1.0),
+        "counted under its grant type"
+    );
     assert_eq!(after.get(tiktok_error), Some(&1.0));
     assert_eq!(after.get(latency), Some(&2.0));
     assert_eq!(
         after.get(r#"tiktok_auth0_proxy_request_duration_seconds_count{endpoint="token"}"#),
-        Some(&4.0),
+        Some(&5.0),
         "probes and scrapes are not counted as requests"
     );
     assert_eq!(

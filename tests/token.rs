@@ -198,6 +198,7 @@ async fn json_bodies_and_basic_credentials_are_accepted() {
         "client_secret": APP_A_SECRET,
         "code": code,
         "redirect_uri": REDIRECT_URI,
+        "extra": {"ignored": [1, true]},
     });
     let response = http()
         .post(proxy.url("/token"))

@@ -141,6 +141,10 @@ fn clean_error_code(error: &str) -> String {
     }
 }
 
+/// Values shorter than this are not masked: they cannot be real secrets, codes or tokens, and
+/// masking them would mangle ordinary words in TikTok's text.
+const MIN_MASKED_CHARS: usize = 6;
+
 /// Text from TikTok, made safe to pass on: control characters dropped, length capped, and
 /// any value the proxy forwarded (a secret, code, verifier or token) masked, in case TikTok
 /// echoes one back.
@@ -150,7 +154,10 @@ fn clean_text(text: &str, sensitive: &[&str]) -> String {
         .filter(|character| !character.is_control())
         .take(MAX_PASSED_ON_CHARS)
         .collect();
-    for value in sensitive.iter().filter(|value| !value.is_empty()) {
+    for value in sensitive
+        .iter()
+        .filter(|value| value.len() >= MIN_MASKED_CHARS)
+    {
         cleaned = cleaned.replace(value, "[redacted]");
     }
     cleaned
@@ -232,6 +239,14 @@ mod tests {
             panic!("expected an OAuth error");
         };
         assert_eq!(description, "code [redacted] is used");
+    }
+
+    #[test]
+    fn values_too_short_to_be_secrets_are_not_masked() {
+        assert_eq!(
+            clean_text("Client secret is wrong", &["s", "the-code"]),
+            "Client secret is wrong"
+        );
     }
 
     #[test]

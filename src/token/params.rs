@@ -102,22 +102,34 @@ fn decode_form_component(raw: &[u8]) -> Result<String, OAuthError> {
         .map_err(|_| OAuthError::invalid_request("form body is not valid UTF-8"))
 }
 
-/// Reads a JSON object whose values are strings (or null, which counts as missing), keeping
-/// repeated keys so that they can be refused like repeated form parameters.
+/// The parameters the proxy reads; in a JSON body these must be strings (or null).
+const READ_PARAMETERS: [&str; 7] = [
+    "grant_type",
+    "client_id",
+    "client_secret",
+    "code",
+    "redirect_uri",
+    "code_verifier",
+    "refresh_token",
+];
+
+/// Reads a JSON object, keeping repeated keys so that they can be refused like repeated form
+/// parameters. The parameters the proxy reads must be strings (null counts as missing); other
+/// members may hold anything, since they are ignored like unknown form parameters.
 fn parse_json(body: &[u8]) -> Result<Vec<(String, Option<String>)>, OAuthError> {
     struct PairsVisitor;
 
     impl<'de> Visitor<'de> for PairsVisitor {
-        type Value = Vec<(String, Option<String>)>;
+        type Value = Vec<(String, serde_json::Value)>;
 
         fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
-            formatter.write_str("an object of string values")
+            formatter.write_str("an object")
         }
 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut pairs = Vec::new();
-            while let Some((name, value)) = map.next_entry::<String, Option<String>>()? {
-                pairs.push((name, value));
+            while let Some(pair) = map.next_entry::<String, serde_json::Value>()? {
+                pairs.push(pair);
             }
             Ok(pairs)
         }
@@ -129,9 +141,20 @@ fn parse_json(body: &[u8]) -> Result<Vec<(String, Option<String>)>, OAuthError> 
         .and_then(|pairs| deserializer.end().map(|()| pairs))
         .map_err(|error| {
             // serde_json's messages name positions and types, never the content.
-            OAuthError::invalid_request(format!("JSON body is not an object of strings: {error}"))
+            OAuthError::invalid_request(format!("JSON body is not an object: {error}"))
         })?;
-    Ok(pairs)
+
+    pairs
+        .into_iter()
+        .map(|(name, value)| match value {
+            serde_json::Value::String(text) => Ok((name, Some(text))),
+            serde_json::Value::Null => Ok((name, None)),
+            _ if READ_PARAMETERS.contains(&name.as_str()) => Err(OAuthError::invalid_request(
+                format!("parameter `{name}` must be a string"),
+            )),
+            _ => Ok((name, None)),
+        })
+        .collect()
 }
 
 /// The client's identity and secret, from the body or from HTTP Basic.
@@ -256,7 +279,8 @@ mod tests {
             Some("1")
         );
         assert!(parse_body(&headers, br#"{"a":"1","a":"2"}"#).is_err());
-        assert!(parse_body(&headers, br#"{"a":1}"#).is_err());
+        assert!(parse_body(&headers, br#"{"code":1}"#).is_err());
+        assert!(parse_body(&headers, br#"{"a":1,"b":[true]}"#).is_ok());
         assert!(parse_body(&headers, br#"["a"]"#).is_err());
         assert!(parse_body(&headers, br#"{"a":"1"} x"#).is_err());
     }
