@@ -201,7 +201,14 @@ async fn demo() -> anyhow::Result<()> {
     let sandbox_listener = tokio::net::TcpListener::bind(DEMO_SANDBOX_ADDR)
         .await
         .with_context(|| format!("cannot bind the sandbox to {DEMO_SANDBOX_ADDR}"))?;
-    tokio::spawn(async move { sandbox.serve(sandbox_listener, shutdown_signal()).await });
+    // The sandbox stops after the proxy, so that requests the proxy drains can still reach it.
+    let (stop_sandbox, sandbox_stopped) = tokio::sync::oneshot::channel::<()>();
+    let sandbox_task = tokio::spawn(async move {
+        let stopped = async {
+            let _ = sandbox_stopped.await;
+        };
+        sandbox.serve(sandbox_listener, stopped).await
+    });
 
     let listeners = Listeners::bind(&settings).await?;
     let public = listeners.public_addr()?;
@@ -213,6 +220,8 @@ async fn demo() -> anyhow::Result<()> {
     let registry = Arc::new(Registry::from_settings(&settings.credentials.apps));
     let metrics = Arc::new(Metrics::new(registry.clone()));
     let served = serve_on(settings, registry, metrics, listeners).await;
+    let _ = stop_sandbox.send(());
+    let _ = sandbox_task.await;
     telemetry.shutdown().await;
     served
 }
