@@ -128,11 +128,6 @@ impl OAuthError {
     pub fn description(&self) -> &str {
         &self.description
     }
-
-    /// TikTok's `log_id`, when the error follows a TikTok answer.
-    pub fn log_id(&self) -> Option<&str> {
-        self.log_id.as_deref()
-    }
 }
 
 impl IntoResponse for OAuthError {
