@@ -285,6 +285,12 @@ impl Cluster {
 
 /// Whether the proxy itself refuses app A's original secret, which proves that a change of
 /// its TikTok secret has arrived (Auth0 presents the TikTok secret for app A).
+/// Writes a new client secret into app A's Secret and waits until the proxy refuses the old one.
+async fn rotate_a(cluster: &Cluster, new_secret: &str, what: &str) {
+    put(&cluster.api, SECRET_A, &app_a(new_secret));
+    eventually(what, || async { refuses_old_secret(cluster).await }).await;
+}
+
 async fn refuses_old_secret(cluster: &Cluster) -> bool {
     let answer = cluster.exchange(APP_A_KEY, APP_A_SECRET).await;
     answer.status == 401 && answer.body["error_description"] == "client authentication failed"
@@ -661,14 +667,11 @@ async fn a_dropped_watch_resumes_and_later_changes_arrive() {
     .await;
     assert_eq!(cluster.readyz().await.0, 200);
 
-    put(
-        &cluster.api,
-        SECRET_A,
-        &app_a("secret-app-a-TIKTOK-after-the-drop"),
-    );
-    eventually("the change after the drop to arrive", || async {
-        refuses_old_secret(&cluster).await
-    })
+    rotate_a(
+        &cluster,
+        "secret-app-a-TIKTOK-after-the-drop",
+        "the change after the drop to arrive",
+    )
     .await;
     // A cut stream is resumed from its version: no error, no relist.
     assert_eq!(cluster.lists_of(SECRET_A), 1);
@@ -699,14 +702,11 @@ async fn an_expired_resource_version_forces_a_relist() {
     .await;
     assert_eq!(cluster.readyz().await.0, 200);
 
-    put(
-        &cluster.api,
-        SECRET_A,
-        &app_a("secret-app-a-TIKTOK-after-relist"),
-    );
-    eventually("the change after the relist to arrive", || async {
-        refuses_old_secret(&cluster).await
-    })
+    rotate_a(
+        &cluster,
+        "secret-app-a-TIKTOK-after-relist",
+        "the change after the relist to arrive",
+    )
     .await;
     assert_eq!(
         cluster.metric("watch_errors_total", &entry(SECRET_A)).await,
@@ -759,14 +759,11 @@ async fn an_error_episode_keeps_the_last_known_app(status: u16) -> Cluster {
         .count();
     assert_eq!(refused, 3);
 
-    put(
-        &cluster.api,
-        SECRET_A,
-        &app_a("secret-app-a-TIKTOK-after-episode"),
-    );
-    eventually("a change after the episode to arrive", || async {
-        refuses_old_secret(&cluster).await
-    })
+    rotate_a(
+        &cluster,
+        "secret-app-a-TIKTOK-after-episode",
+        "a change after the episode to arrive",
+    )
     .await;
     cluster.assert_every_request_selects_one_secret_by_name();
     cluster

@@ -47,6 +47,16 @@ async fn post_traced(url: &str, form: &[(&str, &str)]) -> Answer {
     Answer::read(response).await
 }
 
+/// A code exchange for app A through `proxy`, sent with the caller's trace context.
+async fn exchange_traced(proxy: &ProxyProcess, sandbox: &TestSandbox) -> Answer {
+    let code = sandbox.code(APP_A_KEY);
+    post_traced(
+        &proxy.url("/token"),
+        &code_form(APP_A_KEY, APP_A_SECRET, &code),
+    )
+    .await
+}
+
 /// Waits until the receiver holds a server span and a client span of the trace.
 async fn spans_of_trace(receiver: &Receiver, count: usize) -> Vec<ReceivedSpan> {
     let mut spans = Vec::new();
@@ -211,12 +221,7 @@ async fn spans_still_buffered_are_flushed_on_sigterm() {
     let (mut proxy, config) =
         traced_proxy(&sandbox, Protocol::HttpProtobuf, receiver_addr, 600_000).await;
 
-    let code = sandbox.code(APP_A_KEY);
-    let answer = post_traced(
-        &proxy.url("/token"),
-        &code_form(APP_A_KEY, APP_A_SECRET, &code),
-    )
-    .await;
+    let answer = exchange_traced(&proxy, &sandbox).await;
     assert_eq!(answer.status, 200);
     assert!(
         receiver.spans().is_empty(),
@@ -235,12 +240,7 @@ async fn without_an_endpoint_nothing_is_exported_and_tiktok_sees_no_traceparent(
     let config = config_file(&sandbox, "");
     let proxy =
         ProxyProcess::start(&[("TIKTOK_AUTH0_PROXY_CONFIG", config.display().to_string())]).await;
-    let code = sandbox.code(APP_A_KEY);
-    let answer = post_traced(
-        &proxy.url("/token"),
-        &code_form(APP_A_KEY, APP_A_SECRET, &code),
-    )
-    .await;
+    let answer = exchange_traced(&proxy, &sandbox).await;
     assert_eq!(answer.status, 200);
     assert!(
         sandbox.sandbox.token_requests()[0]
