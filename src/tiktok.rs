@@ -119,6 +119,17 @@ impl TikTokError {
         }
     }
 
+    /// Fills in the `log_id` from TikTok's header when an unusable answer carried none.
+    fn or_log_id(self, header_log_id: Option<String>) -> Self {
+        match self {
+            TikTokError::BadAnswer { reason, log_id } => TikTokError::BadAnswer {
+                reason,
+                log_id: log_id.or(header_log_id),
+            },
+            other => other,
+        }
+    }
+
     /// TikTok's `log_id` for the failed call, when it sent one.
     pub fn log_id(&self) -> Option<&str> {
         match self {
@@ -311,18 +322,6 @@ impl TikTokClient {
             };
         }
         TikTokError::Unreachable(describe_transport_error(error))
-    }
-}
-
-impl TikTokError {
-    fn or_log_id(self, header_log_id: Option<String>) -> Self {
-        match self {
-            TikTokError::BadAnswer { reason, log_id } => TikTokError::BadAnswer {
-                reason,
-                log_id: log_id.or(header_log_id),
-            },
-            other => other,
-        }
     }
 }
 
